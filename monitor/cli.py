@@ -1,0 +1,54 @@
+"""The ``ec2-import-monitor`` command line.
+
+Each command lives in the module that does its work and registers itself
+here with an ``add_arguments(parser)`` and a ``main(args) -> int`` pair, so
+this file stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+
+#: command name -> (module holding ``add_arguments`` and ``main``, help text)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": (
+        "monitor.simulator.command",
+        "serve the fake EC2 import API alone",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ec2-import-monitor",
+        description="Watch AWS EC2 VM Import tasks and export their progress.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.main)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
