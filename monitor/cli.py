@@ -16,10 +16,17 @@ from monitor import __version__
 
 #: command name -> (module holding ``add_arguments`` and ``main``, help text)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("monitor.commands.run", "run the daemon"),
+    "once": ("monitor.commands.once", "poll every target once; print a table"),
+    "demo": (
+        "monitor.commands.demo",
+        "run the daemon against the built-in simulator",
+    ),
     "simulate": (
         "monitor.simulator.command",
         "serve the fake EC2 import API alone",
     ),
+    "check-config": ("monitor.check", "validate the configuration and exit"),
 }
 
 

@@ -255,6 +255,7 @@ def _task_families(view: View) -> Iterator[Metric]:
             disk_info.add_metric(
                 disk_labels,
                 {
+                    "device_name": disk.device_name or "",
                     "format": disk.format or "",
                     "snapshot_id": disk.snapshot_id or "",
                     "status_message": disk.status_message or "",

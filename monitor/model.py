@@ -44,7 +44,11 @@ PHASES = (
 class SnapshotDisk:
     """One entry of a task's ``SnapshotDetails``."""
 
+    #: ``disk0``, ``disk1``... by position: the API keeps the order, while
+    #: ``DeviceName`` only appears once the import has booted, and a label
+    #: that changed midway would split one disk's series in two.
     device: str
+    device_name: str | None = None
     status: str | None = None
     status_message: str | None = None
     progress: float | None = None
@@ -61,9 +65,8 @@ class SnapshotDisk:
         bucket = item.get("UserBucket")
         bucket = bucket if isinstance(bucket, Mapping) else {}
         return cls(
-            # Disks often have no DeviceName until the import has booted, so
-            # fall back to the position, which the API keeps stable.
-            device=_text(item.get("DeviceName")) or f"disk{index}",
+            device=f"disk{index}",
+            device_name=_text(item.get("DeviceName")),
             status=_text(item.get("Status")),
             status_message=_text(item.get("StatusMessage")),
             progress=parse_progress(item.get("Progress")),

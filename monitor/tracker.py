@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from monitor import events as ev
 from monitor.events import Event, iso_time
-from monitor.model import ACTIVE, COMPLETED, DELETING, TASK_STATUSES, ImportTask
+from monitor.model import ACTIVE, COMPLETED, TASK_STATUSES, ImportTask
 
 #: How many (time, progress) points a task keeps for its ETA.
 HISTORY_POINTS = 32
@@ -412,8 +412,9 @@ def _finish_if_ended(
         name = ev.TASK_COMPLETED
     else:
         fields["status_message"] = task.status_message
+        # A cancel and a failure both pass through "deleting" and end
+        # "deleted"; only the message (e.g. "User cancelled") tells them apart.
         fields["last_phase"] = old.phase if old else None
-        fields["cancelled"] = old is not None and old.status == DELETING
         name = ev.TASK_FAILED
 
     out.append(Event(name, tracked.account, tracked.region, now, task.task_id, fields))

@@ -1,0 +1,124 @@
+"""``once``: one poll of every target and region, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from monitor.tracker import TrackerState
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML config (default: the system one, if any)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, not a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    from monitor.config import load_or_exit
+    from monitor.logs import configure_logging
+
+    settings = load_or_exit(args.config)
+    # Only problems go to stderr; stdout carries the table or JSON alone.
+    configure_logging("warning", settings.log.format, stream=sys.stderr)
+    state = asyncio.run(_poll(settings))
+
+    if args.json:
+        json.dump(as_json(state), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(as_table(state))
+
+    failed = [health for health in state.regions.values() if not health.ok]
+    for health in failed:
+        print(
+            f"ec2-import-monitor: {health.account}/{health.region}: poll failed: "
+            f"{health.error}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+async def _poll(settings: Any) -> TrackerState:
+    from monitor.daemon import Monitor
+
+    monitor = Monitor(settings)
+    await monitor.start()
+    try:
+        await monitor.poll_once(report=False)
+    finally:
+        await monitor.close()
+    return monitor.state
+
+
+def as_json(state: TrackerState) -> dict[str, Any]:
+    from monitor.tracker import estimate_eta
+
+    now = max((h.last_attempt for h in state.regions.values()), default=0.0)
+    return {
+        "regions": [
+            {
+                "account": health.account,
+                "region": health.region,
+                "ok": health.ok,
+                "error": health.error,
+                "duration_seconds": round(health.duration, 3),
+            }
+            for health in sorted(
+                state.regions.values(), key=lambda h: (h.account, h.region)
+            )
+        ],
+        "tasks": [
+            {
+                "account": tracked.account,
+                "region": tracked.region,
+                "eta_seconds": estimate_eta(tracked, now),
+                **tracked.task.to_dict(),
+            }
+            for _, tracked in sorted(state.tasks.items())
+        ],
+    }
+
+
+def as_table(state: TrackerState) -> str:
+    header = ("TASK", "ACCOUNT", "REGION", "STATUS", "PHASE", "PROGRESS", "DISKS")
+    rows = [header]
+    for _, tracked in sorted(state.tasks.items()):
+        task = tracked.task
+        disks = " ".join(
+            f"{disk.device}:{_percent(disk.progress) or disk.status or '?'}"
+            for disk in task.disks
+        )
+        rows.append(
+            (
+                task.task_id,
+                tracked.account,
+                tracked.region,
+                task.status,
+                task.phase or "",
+                _percent(task.progress),
+                disks,
+            )
+        )
+    widths = [max(len(_clean(row[i])) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            _clean(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _percent(progress: float | None) -> str:
+    return "" if progress is None else f"{round(progress * 100)}%"
+
+
+def _clean(text: str) -> str:
+    # Task text comes from whoever started the import: no terminal escapes.
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
