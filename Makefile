@@ -36,4 +36,4 @@ bench: $(STAMP) tools
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venv-awscli .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-awscli .venv-moto .mypy_cache .pytest_cache .ruff_cache

@@ -296,6 +296,12 @@ def _endpoint_url(url: str) -> str:
 Region = Annotated[str, AfterValidator(_region)]
 
 
+def _at_most_12h(seconds: float) -> float:
+    if seconds > 12 * 3600:
+        raise ValueError(f"{format_duration(seconds)} is longer than 12h")
+    return seconds
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -314,6 +320,11 @@ class Target(_Section):
     role_session_name: Annotated[str, AfterValidator(_session_name)] = (
         "ec2-import-monitor"
     )
+    # STS allows 15 minutes to 12 hours (bounded further by the role's own
+    # maximum); the credentials are renewed 15 minutes before they expire.
+    role_duration: Annotated[
+        Duration, _at_least(900.0), AfterValidator(_at_most_12h)
+    ] = parse_duration("1h")
     endpoint_url: Annotated[str, AfterValidator(_endpoint_url)] | None = None
 
     @field_validator("external_id")
