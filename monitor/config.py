@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails
 
 from monitor.model import PHASES
+from monitor.sharding import Shard
 
 DEFAULT_CONFIG_PATH = Path("/etc/ec2-import-monitor/config.toml")
 
@@ -357,6 +358,10 @@ def _default_region(environ: Mapping[str, str]) -> tuple[str | None, str]:
     return None, "us-east-1"
 
 
+def _shard(text: str) -> str:
+    return str(Shard.parse(text))
+
+
 # Sections
 
 
@@ -380,6 +385,9 @@ class PollSettings(_Section):
     connect_timeout: PositiveDuration = parse_duration("5s")
     read_timeout: PositiveDuration = parse_duration("20s")
     deadline: Annotated[Duration, _at_least(1.0)] | None = None
+    # "i/n": this instance polls only the (target, region) pairs that
+    # monitor.sharding assigns to shard i of n.
+    shard: Annotated[str, AfterValidator(_shard)] = "1/1"
 
     @field_validator("deadline")
     @classmethod

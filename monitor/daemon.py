@@ -20,12 +20,13 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import __version__
-from monitor.config import ConfigError, Settings, load_settings
+from monitor.config import ConfigError, Settings, Target, load_settings
 from monitor.ec2 import OPERATION, Poller
 from monitor.events import Event, emit
 from monitor.logs import configure_logging
 from monitor.metrics import MonitorCounters, View, render
 from monitor.notify import SystemdNotifier
+from monitor.sharding import Shard
 from monitor.tracker import Rules, TrackerState, observe
 from monitor.web import WebState, bound_port, build_app, start_server
 
@@ -47,6 +48,19 @@ def rules_from(settings: Settings) -> Rules:
     )
 
 
+def owned_targets(settings: Settings) -> list[Target]:
+    """The targets, each cut down to the regions this instance's shard owns."""
+    shard = Shard.parse(settings.poll.shard)
+    owned = []
+    for target in settings.targets:
+        regions = [
+            region for region in target.regions if shard.owns(target.name, region)
+        ]
+        if regions:
+            owned.append(target.model_copy(update={"regions": regions}))
+    return owned
+
+
 class Monitor:
     """Polls every region once per :meth:`poll_once` and reports the changes."""
 
@@ -58,7 +72,7 @@ class Monitor:
         self.counters = MonitorCounters((), ())
         self.web = WebState(ready=self.ready)
         self.poller = Poller(
-            settings.targets, settings.poll, self.counters.record_request
+            owned_targets(settings), settings.poll, self.counters.record_request
         )
         self.polls = 0
 
@@ -118,7 +132,9 @@ class Monitor:
         New clients are opened before the old ones close, so a reload with a
         target that cannot be set up leaves the monitor as it was.
         """
-        poller = Poller(settings.targets, settings.poll, self.counters.record_request)
+        poller = Poller(
+            owned_targets(settings), settings.poll, self.counters.record_request
+        )
         await poller.open()
         old, self.poller = self.poller, poller
         await old.close()
