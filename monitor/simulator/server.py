@@ -20,6 +20,10 @@ Choices where the real API documents nothing:
   ``InvalidPaginationToken`` when reused with another query or region.
 - CancelImportTask on a task that is no longer active is ``IncorrectState``;
   on an unknown or malformed ID, ``InvalidConversionTaskId``.
+
+A region's tasks are generated on its first request, inside the event loop:
+under the ``scale`` scenario that takes about a second per region, during
+which the server answers nothing else.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from monitor.simulator.lifecycle import (
     DiskSpec,
     GiB,
     Plan,
+    Stall,
     TaskSpec,
     Timeline,
     TimelineBuilder,
@@ -172,6 +177,10 @@ class Simulator:
 
     def account_for(self, access_key: str) -> str:
         return self.accounts.get(access_key) or derived_account(access_key)
+
+    def stalls_of(self, account: str, region: str) -> list[Stall]:
+        """Where and when the tasks of an account and region freeze."""
+        return [s for t in self.timelines_of(account, region) for s in t.stalls]
 
     def timelines_of(self, account: str, region: str) -> list[Timeline]:
         """Every task of an account and region, expired or not yet begun too."""
@@ -655,7 +664,7 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         endpoint = Endpoint(host, _bound_port(runner) or port)
-        log.info("simulator_listening", url=endpoint.url, scenario=sim.scenario)
+        log.info("simulator_started", url=endpoint.url, scenario=sim.scenario)
         yield endpoint
     finally:
         await runner.cleanup()

@@ -49,6 +49,26 @@ async def endpoint(sim: Simulator) -> AsyncIterator[Endpoint]:
         yield served
 
 
+def ec2_client(
+    url: str, access_key: str = ACCESS_KEY, region: str = REGION
+) -> AbstractAsyncContextManager[Any]:
+    """An aioboto3 EC2 client for ``url``: no retries, short timeouts."""
+    session = aioboto3.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key="not-checked",
+        region_name=region,
+    )
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=5,
+        read_timeout=10,
+    )
+    client: AbstractAsyncContextManager[Any] = session.client(
+        "ec2", endpoint_url=url, config=config
+    )
+    return client
+
+
 @pytest.fixture
 def connect(endpoint: Endpoint) -> Connect:
     """``connect(access_key=..., region=...)``: an EC2 client for the simulator."""
@@ -56,17 +76,7 @@ def connect(endpoint: Endpoint) -> Connect:
     def client(
         access_key: str = ACCESS_KEY, region: str = REGION
     ) -> AbstractAsyncContextManager[Any]:
-        session = aioboto3.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key="not-checked",
-            region_name=region,
-        )
-        config = Config(
-            retries={"mode": "standard", "total_max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=10,
-        )
-        return session.client("ec2", endpoint_url=endpoint.url, config=config)  # type: ignore[no-any-return]
+        return ec2_client(endpoint.url, access_key, region)
 
     return client
 

@@ -111,6 +111,9 @@ def test_stalls_freeze_some_tasks_for_hours_while_others_move() -> None:
     moving = [timeline for timeline in timelines if not timeline.stalls]
 
     assert len(stalled) == len(timelines) // 3
+    assert [s.task_id for s in sim.stalls_of(ACCOUNT, "us-east-1")] == [
+        t.task_id for t in stalled
+    ]
     for timeline in stalled:
         (stall,) = timeline.stalls
         assert stall.until - stall.since >= 2 * HOUR
