@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 DEMO_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+DEMO_ACCESS_KEY = "AKIADEMODEMODEMO0001"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +97,47 @@ async def _demo(settings: object, args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        return await serve(settings, clock=simulator.clock.now, on_listening=announce)
+        trickle = None
+        if args.speed > 0:
+            trickle = asyncio.create_task(_keep_importing(simulator, args.seed))
+        try:
+            return await serve(
+                settings, clock=simulator.clock.now, on_listening=announce
+            )
+        finally:
+            if trickle is not None:
+                trickle.cancel()
+
+
+#: Simulated seconds between new imports in each region, on average.
+NEW_IMPORT_EVERY = 40 * 60.0
+
+
+async def _keep_importing(simulator: Any, seed: int) -> None:
+    """Start a new import now and then, so the demo never runs dry.
+
+    The scenario's own tasks all start within its first hours; at demo speed
+    they would be over in minutes.
+    """
+    from monitor.simulator.lifecycle import FAILURES, Plan, realistic
+    from monitor.simulator.scenarios import random_spec
+
+    rng = random.Random(f"demo/{seed}")
+    account = simulator.account_for(DEMO_ACCESS_KEY)
+    while True:
+        await asyncio.sleep(
+            NEW_IMPORT_EVERY / simulator.clock.speed / len(DEMO_REGIONS)
+        )
+        region = rng.choice(DEMO_REGIONS)
+        plans = [
+            Plan(outcome="complete"),
+            Plan(outcome="fail", fail_in=rng.choice(list(FAILURES))),
+            Plan(outcome="cancel", cancel_after=rng.uniform(300.0, 1800.0)),
+        ]
+        plan = rng.choices(plans, weights=[7, 2, 1])[0]
+        spec = random_spec(rng, f"vm-imports-{account}-{region}")
+        timeline = realistic(spec, simulator.clock.now(), rng, plan)
+        simulator.add_task(account, region, timeline)
 
 
 def _use_demo_credentials() -> None:
@@ -102,7 +145,7 @@ def _use_demo_credentials() -> None:
     # credentials; never let real ones near a demo.
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_EC2"):
         os.environ.pop(name, None)
-    os.environ["AWS_ACCESS_KEY_ID"] = "AKIADEMODEMODEMO0001"
+    os.environ["AWS_ACCESS_KEY_ID"] = DEMO_ACCESS_KEY
     os.environ["AWS_SECRET_ACCESS_KEY"] = "demo-secret-not-a-real-key"  # noqa: S105
     os.environ["AWS_CONFIG_FILE"] = os.devnull
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
