@@ -32,7 +32,7 @@ async def test_demo_streams_events_and_serves_task_and_disk_metrics() -> None:
     assert demo.stdout is not None
     try:
         # Events stream within seconds, as JSON lines off a terminal.
-        discovered: list[dict[str, object]] = []
+        discovered: list[dict[str, str]] = []
         async with asyncio.timeout(60):
             while not discovered:
                 line = await demo.stdout.readline()
