@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the fake EC2 import API alone",
     ),
     "check-config": ("monitor.check", "validate the configuration and exit"),
+    "status": ("monitor.commands.status", "list tracked tasks from the state store"),
+    "history": ("monitor.commands.history", "show one task's timeline"),
 }
 
 

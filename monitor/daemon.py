@@ -27,6 +27,7 @@ from monitor.logs import configure_logging
 from monitor.metrics import MonitorCounters, View, render
 from monitor.notify import SystemdNotifier
 from monitor.sharding import Shard
+from monitor.store import AsyncStore, StoreError
 from monitor.tracker import Rules, TrackerState, observe
 from monitor.web import WebState, bound_port, build_app, start_server
 
@@ -36,6 +37,9 @@ log = structlog.get_logger(__name__)
 STOP_GRACE_SECONDS = 5.0
 
 POLL_JOB = "poll"
+
+#: How often the event history is pruned to ``state.keep_history``.
+PRUNE_EVERY_SECONDS = 3600.0
 
 Clock = Callable[[], float]
 
@@ -66,6 +70,8 @@ class Monitor:
 
     def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self.settings = settings
+        self.store: AsyncStore | None = None
+        self._pruned_at = 0.0
         self.rules = rules_from(settings)
         self.clock = clock
         self.state = TrackerState()
@@ -77,12 +83,29 @@ class Monitor:
         self.polls = 0
 
     async def start(self) -> None:
+        """Open the store and load the state before anything is polled.
+
+        Loading first is what keeps a restart quiet: known tasks are not
+        discovered again, stall clocks keep running, and a task that ended
+        while the monitor was down is found by the first poll's lookup.
+        """
+        self.store = await AsyncStore.open(self.settings.state.path)
+        self.state = await self.store.load()
+        log.info(
+            "state_loaded",
+            path=str(self.settings.state.path),
+            tasks=len(self.state.tasks),
+            regions=len(self.state.regions),
+        )
         await self.poller.open()
         self.counters.add_regions(self.poller.regions, (OPERATION,))
         await self._refresh_exposition()
 
     async def close(self) -> None:
         await self.poller.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
 
     def ready(self) -> bool:
         """True once every configured region has been polled at least once."""
@@ -109,7 +132,9 @@ class Monitor:
         self.state, events = observe(self.state, polls, now, self.rules)
         self.polls += 1
 
-        # Report, then expose what was reported.
+        # Save, then report: a crash in between loses log lines (the history
+        # table has them) rather than announcing a change twice on restart.
+        await self._save(events, now)
         if report:
             emit(events)
         self.counters.record_events(events)
@@ -125,6 +150,22 @@ class Monitor:
             seconds=round(time.perf_counter() - started, 3),
         )
         return events
+
+    async def _save(self, events: list[Event], now: float) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.save(self.state, events)
+            if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                self._pruned_at = now
+                pruned = await self.store.prune_history(
+                    now - self.settings.state.keep_history
+                )
+                log.debug("history_pruned", rows=pruned)
+        except StoreError as error:
+            # The store keeps what it could not write and retries next cycle;
+            # the monitor keeps watching meanwhile.
+            log.error("state_save_failed", error=str(error))
 
     async def reconfigure(self, settings: Settings) -> None:
         """Apply a reloaded config; tracked state survives it.

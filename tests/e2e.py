@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +33,14 @@ def use_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def settings_for(url: str, regions: Iterable[str] = REGIONS, **poll: Any) -> Settings:
+def settings_for(
+    url: str, state: Path, regions: Iterable[str] = REGIONS, **poll: Any
+) -> Settings:
     return Settings.model_validate(
         {
             "poll": {"interval": "60s", "max_attempts": 2, **poll},
             "targets": [{"name": "e2e", "regions": list(regions), "endpoint_url": url}],
+            "state": {"path": str(state)},
         }
     )
 
@@ -81,11 +86,13 @@ async def monitor_run(
     **poll: Any,
 ) -> AsyncIterator[Run]:
     sim = Simulator(scenario=scenario, seed=seed, tasks=tasks, speed=0.0, start=T0)
-    async with serve(sim) as endpoint:
-        settings = settings_for(endpoint.url, regions, **poll)
-        monitor = Monitor(settings, clock=sim.clock.now)
-        await monitor.start()
-        try:
-            yield Run(sim, monitor)
-        finally:
-            await monitor.close()
+    with tempfile.TemporaryDirectory(prefix="ec2-import-monitor-test-") as tmp:
+        async with serve(sim) as endpoint:
+            state = Path(tmp) / "state.db"
+            settings = settings_for(endpoint.url, state, regions, **poll)
+            monitor = Monitor(settings, clock=sim.clock.now)
+            await monitor.start()
+            try:
+                yield Run(sim, monitor)
+            finally:
+                await monitor.close()
