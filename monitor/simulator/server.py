@@ -168,6 +168,8 @@ class Simulator:
         #: (access key ID or "*", action or "*") pairs that are refused
         self.denied: set[tuple[str, str]] = set()
         self.requests: list[RequestRecord] = []
+        #: Requests being answered right now, so a test can act mid-request.
+        self.in_flight = 0
         self._regions: dict[tuple[str, str], _Region] = {}
         self._dice = FaultDice(seed)
 
@@ -366,6 +368,13 @@ class Simulator:
         return application
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         params = {key: str(value) for key, value in request.query.items()}
         if request.method == "POST":
             form = await request.post()
