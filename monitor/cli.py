@@ -29,10 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("monitor.check", "validate the configuration and exit"),
     "status": ("monitor.commands.status", "list tracked tasks from the state store"),
     "history": ("monitor.commands.history", "show one task's timeline"),
+    "watch": ("monitor.commands.watch", "a live terminal view of every import"),
+    "wait": (
+        "monitor.commands.wait",
+        "block until imports end; exit 0 completed, 1 failed, 2 timeout, 3 unknown",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with only the named command's module imported.
+
+    Without a command name the parser can only print help or an error, and
+    those need no command's arguments: each import costs start-up time.
+    """
     parser = argparse.ArgumentParser(
         prog="ec2-import-monitor",
         description="Watch AWS EC2 VM Import tasks and export their progress.",
@@ -42,16 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.main)
+        if name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.main)
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(words)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
