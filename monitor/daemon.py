@@ -68,8 +68,11 @@ def owned_targets(settings: Settings) -> list[Target]:
 class Monitor:
     """Polls every region once per :meth:`poll_once` and reports the changes."""
 
-    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock = time.time, persist: bool = True
+    ) -> None:
         self.settings = settings
+        self.persist = persist
         self.store: AsyncStore | None = None
         self._pruned_at = 0.0
         self.rules = rules_from(settings)
@@ -89,14 +92,15 @@ class Monitor:
         discovered again, stall clocks keep running, and a task that ended
         while the monitor was down is found by the first poll's lookup.
         """
-        self.store = await AsyncStore.open(self.settings.state.path)
-        self.state = await self.store.load()
-        log.info(
-            "state_loaded",
-            path=str(self.settings.state.path),
-            tasks=len(self.state.tasks),
-            regions=len(self.state.regions),
-        )
+        if self.persist:
+            self.store = await AsyncStore.open(self.settings.state.path)
+            self.state = await self.store.load()
+            log.info(
+                "state_loaded",
+                path=str(self.settings.state.path),
+                tasks=len(self.state.tasks),
+                regions=len(self.state.regions),
+            )
         await self.poller.open()
         self.counters.add_regions(self.poller.regions, (OPERATION,))
         await self._refresh_exposition()

@@ -47,13 +47,31 @@ def main(args: argparse.Namespace) -> int:
 async def _poll(settings: Any) -> TrackerState:
     from monitor.daemon import Monitor
 
-    monitor = Monitor(settings)
+    # A one-off look never writes the daemon's state, but reads it when it
+    # can: the history it holds is what an ETA is estimated from.
+    monitor = Monitor(settings, persist=False)
+    monitor.state = _saved_state(settings.state.path)
     await monitor.start()
     try:
         await monitor.poll_once(report=False)
     finally:
         await monitor.close()
     return monitor.state
+
+
+def _saved_state(path: Path) -> TrackerState:
+    from monitor.store import Store, StoreError
+
+    if not path.exists():
+        return TrackerState()
+    try:
+        store = Store.open(path, read_only=True)
+    except StoreError:
+        return TrackerState()
+    try:
+        return store.load()
+    finally:
+        store.close()
 
 
 def as_json(state: TrackerState) -> dict[str, Any]:
@@ -86,10 +104,23 @@ def as_json(state: TrackerState) -> dict[str, Any]:
 
 
 def as_table(state: TrackerState) -> str:
-    header = ("TASK", "ACCOUNT", "REGION", "STATUS", "PHASE", "PROGRESS", "DISKS")
+    from monitor.tracker import estimate_eta
+
+    now = max((h.last_attempt for h in state.regions.values()), default=0.0)
+    header = (
+        "TASK",
+        "ACCOUNT",
+        "REGION",
+        "STATUS",
+        "PHASE",
+        "PROGRESS",
+        "ETA",
+        "DISKS",
+    )
     rows = [header]
     for _, tracked in sorted(state.tasks.items()):
         task = tracked.task
+        eta = estimate_eta(tracked, now)
         disks = " ".join(
             f"{disk.device}:{_percent(disk.progress) or disk.status or '?'}"
             for disk in task.disks
@@ -99,9 +130,10 @@ def as_table(state: TrackerState) -> str:
                 task.task_id,
                 tracked.account,
                 tracked.region,
-                task.status,
+                task.status + (" (stalled)" if tracked.stalled else ""),
                 task.phase or "",
                 _percent(task.progress),
+                "" if eta is None else f"{round(eta / 60)}m",
                 disks,
             )
         )
