@@ -14,6 +14,7 @@ from monitor.config import (
     ALL_REGIONS,
     EX_CONFIG,
     ConfigError,
+    Settings,
     config_path,
     load_settings,
     print_problems,
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the TOML file to check (default: $EC2_IMPORT_MONITOR_CONFIG, "
         "else /etc/ec2-import-monitor/config.toml if it exists, else defaults)",
+    )
+    parser.add_argument(
+        "--permissions",
+        action="store_true",
+        help="also ask every target and region, with DryRun, whether the "
+        "monitor's calls are allowed (exit 1 if any is not)",
     )
 
 
@@ -45,7 +52,21 @@ def main(args: argparse.Namespace) -> int:
     if every:
         summary += f" + every enabled region of {_count(every, 'target')}"
     print(f"config OK: {source if source is not None else 'defaults'}: {summary}")
+    if args.permissions:
+        return _check_permissions(settings)
     return 0
+
+
+def _check_permissions(settings: Settings) -> int:
+    import asyncio
+
+    from monitor.permissions import ALLOWED, check_permissions
+
+    verdicts = asyncio.run(check_permissions(settings))
+    for v in verdicts:
+        line = f"{v.account}/{v.region}: {v.operation}: {v.outcome}"
+        print(line + (f" ({v.detail})" if v.detail else ""))
+    return 0 if all(v.outcome == ALLOWED for v in verdicts) else 1
 
 
 def _count(number: int, noun: str) -> str:

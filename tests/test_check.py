@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -203,3 +204,58 @@ class TestCommandLine:
 
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout == f"config OK: {example}: 1 target, 1 region\n"
+
+
+class TestPermissions:
+    """`check-config --permissions` asks EC2 with DryRun, region by region."""
+
+    async def test_allowed_and_denied_regions_are_reported(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from monitor.simulator import Simulator, serve
+        from tests.e2e import ACCESS_KEY, use_test_credentials
+
+        use_test_credentials(monkeypatch)
+        sim = Simulator(scenario="empty", speed=0.0)
+        sim.denied.add((ACCESS_KEY, "DescribeImportImageTasks"))
+        async with serve(sim) as endpoint:
+            allowed = tmp_path / "allowed.toml"
+            allowed.write_text(
+                f'[[targets]]\nname = "ops"\nregions = ["us-east-1", "eu-west-1"]\n'
+                f'endpoint_url = "{endpoint.url}"\n'
+            )
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "monitor",
+                "check-config",
+                "--config",
+                str(allowed),
+                "--permissions",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            async with asyncio.timeout(60):
+                out, _ = await process.communicate()
+            denied_code = process.returncode
+
+            sim.denied.clear()
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "monitor",
+                "check-config",
+                "--config",
+                str(allowed),
+                "--permissions",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            async with asyncio.timeout(60):
+                out_ok, _ = await process.communicate()
+
+        assert denied_code == 1
+        assert "ops/us-east-1: DescribeImportImageTasks: denied" in out.decode()
+        assert process.returncode == 0
+        assert "ops/eu-west-1: DescribeImportImageTasks: allowed" in out_ok.decode()
+        dry_runs = [r for r in sim.requests if r.params.get("DryRun") == "true"]
+        assert len(dry_runs) == 4
