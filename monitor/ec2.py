@@ -15,12 +15,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
 import structlog
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from monitor.config import PollSettings, Target
+from monitor.credentials import session_for
 from monitor.model import ImportTask
 from monitor.tracker import RegionKey, RegionPoll
 
@@ -34,6 +34,9 @@ LOOKUP_BATCH = 100
 
 #: A poll that has read this many pages is in a token loop, whatever the tokens.
 MAX_PAGES = 10_000
+
+#: A poll's error as events and the status page show it is cut to this length.
+MAX_ERROR_CHARS = 240
 
 #: Error codes botocore's retry modes treat as throttling, for the metrics.
 THROTTLE_CODES = frozenset(
@@ -97,7 +100,7 @@ class Poller:
             max_pool_connections=4,
         )
         for target in self._targets:
-            session = aioboto3.Session(profile_name=target.profile)
+            session = session_for(target)
             for region in target.regions:
                 client = await self._stack.enter_async_context(
                     session.client(
@@ -228,10 +231,15 @@ def describe_error(exc: BaseException) -> str:
     """One line about a failure, without request IDs or credentials."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Unknown')}: {error.get('Message', '')}".strip()
-    if isinstance(exc, TimeoutError):
+        text = f"{error.get('Code', 'Unknown')}: {error.get('Message', '')}"
+    elif isinstance(exc, TimeoutError):
         return "deadline exceeded"
-    return f"{type(exc).__name__}: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    # botocore's parser errors quote the raw response body after a newline:
+    # kilobytes of XML in every poll_failed event and on the status page.
+    lines = text.strip().splitlines()
+    return lines[0][:MAX_ERROR_CHARS] if lines else type(exc).__name__
 
 
 def _parse(items: object) -> Iterable[ImportTask]:

@@ -207,6 +207,8 @@ def _task_families(view: View) -> Iterator[Metric]:
     counts: Counter[tuple[str, str, str]] = Counter()
 
     for key, tracked in sorted(view.state.tasks.items()):
+        if tracked.vanished:
+            continue
         task = tracked.task
         labels = list(key)
         counts[(key.account, key.region, task.status)] += 0

@@ -11,13 +11,24 @@ three-disk tasks take about 0.1 s and make 5.6 MB.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
 
 from monitor.model import ACTIVE, COMPLETED, DELETED, DELETING, SnapshotDisk
 from monitor.tracker import RegionHealth, TrackedTask, TrackerState, estimate_eta
+
+#: Control characters but tab and newline: free text must not drive a terminal
+#: (someone may read the page with curl).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """HTML-escape ``text``, each control character shown as U+FFFD."""
+    return html.escape(_CONTROL.sub("\ufffd", text), quote)
+
 
 #: Seconds between reloads of the page in the browser.
 REFRESH_SECONDS = 30

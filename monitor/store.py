@@ -623,6 +623,7 @@ def _task_json(tracked: TrackedTask) -> str:
             "stalled": tracked.stalled,
             "overdue": tracked.overdue,
             "ended_at": tracked.ended_at,
+            "vanished": tracked.vanished,
             "progress_history": [list(point) for point in tracked.progress_history],
         }
     )
@@ -639,6 +640,7 @@ def _task_from_json(account: str, region: str, text: str) -> TrackedTask:
         stalled=bool(data.get("stalled", False)),
         overdue=bool(data.get("overdue", False)),
         ended_at=None if data.get("ended_at") is None else float(data["ended_at"]),
+        vanished=bool(data.get("vanished", False)),
         progress_history=tuple(
             (float(at), float(progress))
             for at, progress in data.get("progress_history", ())

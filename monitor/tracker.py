@@ -69,6 +69,9 @@ class TrackedTask:
     stalled: bool = False
     overdue: bool = False
     ended_at: float | None = None
+    #: Ended because a lookup by ID found nothing: kept, not exported, so a
+    #: stale listing cannot bring it back as a new task.
+    vanished: bool = False
     #: (time, progress ratio) at each progress change, oldest first.
     progress_history: tuple[tuple[float, float], ...] = ()
 
@@ -257,7 +260,9 @@ def _apply_poll(
                 },
             )
         )
-        del tasks[key]
+        tasks[key] = replace(
+            tracked, ended_at=now, vanished=True, stalled=False, overdue=False
+        )
 
 
 def _deduplicate(tasks: Iterable[ImportTask]) -> dict[str, ImportTask]:

@@ -228,7 +228,19 @@ class TestEndings:
         )
 
         assert names(cycle) == ["task_vanished"]
-        assert state.tasks == {}
+        assert state.open_task_ids(ACCOUNT, REGION) == frozenset()
+
+    def test_a_vanished_task_listed_again_is_not_reported_again(self) -> None:
+        """A stale page must not bring a vanished task back as a new one."""
+        active = task()
+
+        _, (_, _, cycle) = run(
+            (0, listing(active)),
+            (60, listing(looked_up=[active.task_id])),
+            (120, listing(active)),
+        )
+
+        assert cycle == []
 
     def test_a_task_missing_from_the_listing_but_not_looked_up_is_kept(self) -> None:
         """Without a lookup there is no evidence the task is gone."""
