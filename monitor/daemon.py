@@ -20,13 +20,12 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import __version__
-from monitor.config import ConfigError, Settings, Target, load_settings
+from monitor.config import ConfigError, Settings, load_settings
 from monitor.ec2 import OPERATION, Poller
 from monitor.events import Event, emit
 from monitor.logs import configure_logging
 from monitor.metrics import MonitorCounters, View, render
 from monitor.notify import SystemdNotifier
-from monitor.sharding import Shard
 from monitor.store import AsyncStore, StoreError
 from monitor.tracker import Rules, TrackerState, observe
 from monitor.web import WebState, bound_port, build_app, start_server
@@ -52,19 +51,6 @@ def rules_from(settings: Settings) -> Rules:
     )
 
 
-def owned_targets(settings: Settings) -> list[Target]:
-    """The targets, each cut down to the regions this instance's shard owns."""
-    shard = Shard.parse(settings.poll.shard)
-    owned = []
-    for target in settings.targets:
-        regions = [
-            region for region in target.regions if shard.owns(target.name, region)
-        ]
-        if regions:
-            owned.append(target.model_copy(update={"regions": regions}))
-    return owned
-
-
 class Monitor:
     """Polls every region once per :meth:`poll_once` and reports the changes."""
 
@@ -81,7 +67,7 @@ class Monitor:
         self.counters = MonitorCounters((), ())
         self.web = WebState(ready=self.ready)
         self.poller = Poller(
-            owned_targets(settings), settings.poll, self.counters.record_request
+            settings.targets, settings.poll, self.counters.record_request
         )
         self.polls = 0
 
@@ -130,6 +116,8 @@ class Monitor:
             for key in self.poller.regions
         }
         polls = await self.poller.poll(open_ids)
+        # Discovered regions come and go; their counters start at zero.
+        self.counters.add_regions(self.poller.regions, (OPERATION,))
 
         # Track: pure, with the clock read once for the whole cycle.
         now = self.clock()
@@ -177,9 +165,7 @@ class Monitor:
         New clients are opened before the old ones close, so a reload with a
         target that cannot be set up leaves the monitor as it was.
         """
-        poller = Poller(
-            owned_targets(settings), settings.poll, self.counters.record_request
-        )
+        poller = Poller(settings.targets, settings.poll, self.counters.record_request)
         await poller.open()
         old, self.poller = self.poller, poller
         await old.close()

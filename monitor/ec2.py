@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +18,23 @@ import structlog
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from monitor.config import PollSettings, Target
+from monitor.config import ALL_REGIONS, PollSettings, Target
 from monitor.credentials import session_for
 from monitor.model import ImportTask
+from monitor.sharding import Shard
 from monitor.tracker import RegionKey, RegionPoll
 
 log = structlog.get_logger(__name__)
 
 OPERATION = "DescribeImportImageTasks"
+DISCOVER = "DescribeRegions"
+
+#: Where DescribeRegions is asked; regions of other partitions (GovCloud,
+#: China) are not discovered and must be listed by name.
+DISCOVERY_REGION = "us-east-1"
+
+#: How often ``regions = ["all"]`` is looked up again, for newly enabled ones.
+REDISCOVER_SECONDS = 6 * 3600.0
 
 #: IDs per by-ID lookup. The API documents no bound; 100 keeps a request small
 #: and one bad ID from failing a large batch.
@@ -63,7 +71,13 @@ class RegionClient:
 
 
 class Poller:
-    """Owns the EC2 clients and polls every target and region concurrently."""
+    """Owns the EC2 clients and polls every target and region concurrently.
+
+    Only the regions this instance's shard owns get a client. A target with
+    ``regions = ["all"]`` learns its regions from DescribeRegions at start,
+    again every :data:`REDISCOVER_SECONDS`, and on every poll until the
+    first discovery has worked.
+    """
 
     def __init__(
         self,
@@ -73,13 +87,26 @@ class Poller:
     ) -> None:
         self._targets = tuple(targets)
         self._settings = settings
+        self._shard = Shard.parse(settings.shard)
         self._record = record_request or (lambda *_: None)
-        self._stack = AsyncExitStack()
-        self._clients: list[RegionClient] = []
+        self._config = AioConfig(
+            retries={
+                "mode": settings.retry_mode,
+                "total_max_attempts": settings.max_attempts,
+            },
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            # One connection per concurrent page request is all a region uses.
+            max_pool_connections=4,
+        )
+        self._sessions: dict[str, Any] = {}
+        self._clients: dict[RegionKey, RegionClient] = {}
+        self._contexts: dict[RegionKey, Any] = {}
+        self._discovered_at: dict[str, float] = {}
 
     @property
     def regions(self) -> tuple[RegionKey, ...]:
-        return tuple(client.key for client in self._clients)
+        return tuple(self._clients)
 
     async def __aenter__(self) -> Poller:
         await self.open()
@@ -89,34 +116,84 @@ class Poller:
         await self.close()
 
     async def open(self) -> None:
-        config = AioConfig(
-            retries={
-                "mode": self._settings.retry_mode,
-                "total_max_attempts": self._settings.max_attempts,
-            },
-            connect_timeout=self._settings.connect_timeout,
-            read_timeout=self._settings.read_timeout,
-            # One connection per concurrent page request is all a region uses.
-            max_pool_connections=4,
-        )
         for target in self._targets:
-            session = session_for(target)
-            for region in target.regions:
-                client = await self._stack.enter_async_context(
-                    session.client(
-                        "ec2",
-                        region_name=region,
-                        endpoint_url=target.endpoint_url,
-                        config=config,
-                    )
-                )
-                self._count_attempts(client, target.name, region)
-                self._clients.append(RegionClient(target.name, region, client))
+            self._sessions[target.name] = session_for(target)
+            if target.regions == [ALL_REGIONS]:
+                await self._discover(target)
+            else:
+                await self._use_regions(target, target.regions)
         log.debug("clients_opened", regions=len(self._clients))
 
     async def close(self) -> None:
-        await self._stack.aclose()
-        self._clients.clear()
+        for key in list(self._clients):
+            await self._drop(key)
+
+    async def _discover(self, target: Target) -> None:
+        """Ask DescribeRegions which regions are enabled; poll those."""
+        client = self._sessions[target.name].client(
+            "ec2",
+            region_name=DISCOVERY_REGION,
+            endpoint_url=target.endpoint_url,
+            config=self._config,
+        )
+        try:
+            async with client as ec2:
+                self._count_attempts(ec2, target.name, DISCOVERY_REGION, DISCOVER)
+                async with asyncio.timeout(self._settings.region_deadline):
+                    answer = await ec2.describe_regions()
+        except Exception as exc:  # any failure: keep what we had, retry later
+            log.warning(
+                "region_discovery_failed",
+                account=target.name,
+                error=describe_error(exc),
+            )
+            return
+
+        regions = sorted(
+            str(entry["RegionName"])
+            for entry in answer.get("Regions", [])
+            if isinstance(entry, Mapping) and entry.get("RegionName")
+        )
+        self._discovered_at[target.name] = time.monotonic()
+        await self._use_regions(target, regions)
+        log.info("regions_discovered", account=target.name, regions=regions)
+
+    async def _rediscover_due(self) -> None:
+        now = time.monotonic()
+        for target in self._targets:
+            if target.regions != [ALL_REGIONS]:
+                continue
+            last = self._discovered_at.get(target.name)
+            if last is None or now - last >= REDISCOVER_SECONDS:
+                await self._discover(target)
+
+    async def _use_regions(self, target: Target, regions: Sequence[str]) -> None:
+        """Open clients for the shard's share of ``regions``; close the rest."""
+        wanted = {
+            RegionKey(target.name, region)
+            for region in regions
+            if self._shard.owns(target.name, region)
+        }
+        for key in [k for k in self._clients if k.account == target.name]:
+            if key not in wanted:
+                await self._drop(key)
+        for key in sorted(wanted - self._clients.keys()):
+            context = self._sessions[target.name].client(
+                "ec2",
+                region_name=key.region,
+                endpoint_url=target.endpoint_url,
+                config=self._config,
+            )
+            client = await context.__aenter__()
+            self._count_attempts(client, key.account, key.region, OPERATION)
+            self._contexts[key] = context
+            self._clients[key] = RegionClient(key.account, key.region, client)
+
+    async def _drop(self, key: RegionKey) -> None:
+        self._clients.pop(key, None)
+        context = self._contexts.pop(key, None)
+        if context is not None:
+            await context.__aexit__(None, None, None)
 
     async def poll(
         self, open_task_ids: Mapping[RegionKey, frozenset[str]]
@@ -126,6 +203,7 @@ class Poller:
         ``open_task_ids`` holds, per region, the tasks the tracker still
         follows; those missing from the active listing are looked up by ID.
         """
+        await self._rediscover_due()
         limit = asyncio.Semaphore(self._settings.concurrency)
 
         async def bounded(client: RegionClient) -> RegionPoll:
@@ -134,7 +212,8 @@ class Poller:
                     client, open_task_ids.get(client.key, frozenset())
                 )
 
-        return list(await asyncio.gather(*(bounded(c) for c in self._clients)))
+        clients = list(self._clients.values())
+        return list(await asyncio.gather(*(bounded(c) for c in clients)))
 
     async def poll_region(
         self, rc: RegionClient, open_ids: frozenset[str]
@@ -199,17 +278,19 @@ class Poller:
 
         return tasks
 
-    def _count_attempts(self, client: Any, account: str, region: str) -> None:
+    def _count_attempts(
+        self, client: Any, account: str, region: str, operation: str
+    ) -> None:
         def on_response(
             parsed_response: Mapping[str, Any] | None = None,
             exception: BaseException | None = None,
             **_: Any,
         ) -> None:
             self._record(
-                account, region, OPERATION, classify(parsed_response, exception)
+                account, region, operation, classify(parsed_response, exception)
             )
 
-        client.meta.events.register(f"response-received.ec2.{OPERATION}", on_response)
+        client.meta.events.register(f"response-received.ec2.{operation}", on_response)
 
 
 def classify(parsed: Mapping[str, Any] | None, exception: BaseException | None) -> str:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from monitor.config import validate_settings
-from monitor.daemon import owned_targets
+from monitor.config import PollSettings, Target
+from monitor.ec2 import Poller
 from monitor.sharding import Shard, owner
 
 REGIONS = [
@@ -87,30 +87,17 @@ def test_bad_shard_specs_are_refused(text: str) -> None:
         Shard.parse(text)
 
 
-def test_instances_with_different_shards_poll_disjoint_regions_covering_all() -> None:
+async def test_instances_with_different_shards_poll_disjoint_regions_covering_all() -> (
+    None
+):
     """What each daemon polls: its shard's regions of every target, no more."""
-    targets = [
-        {
-            "name": name,
-            "regions": ["us-east-1", "eu-west-1", "ap-south-1", "ca-central-1"],
-        }
-        for name in ("prod", "staging")
-    ]
+    regions = ["us-east-1", "eu-west-1", "ap-south-1", "ca-central-1"]
+    targets = [Target(name=name, regions=regions) for name in ("prod", "staging")]
 
-    polled = [
-        {
-            (target.name, region)
-            for target in owned_targets(
-                validate_settings(
-                    {"poll": {"shard": f"{i}/3"}, "targets": targets}, "t"
-                )
-            )
-            for region in target.regions
-        }
-        for i in (1, 2, 3)
-    ]
+    polled = []
+    for index in (1, 2, 3):
+        async with Poller(targets, PollSettings(shard=f"{index}/3")) as poller:
+            polled.append(set(poller.regions))
 
-    assert set().union(*polled) == {
-        (t["name"], r) for t in targets for r in t["regions"]
-    }
+    assert set().union(*polled) == {(t.name, r) for t in targets for r in regions}
     assert sum(map(len, polled)) == 8

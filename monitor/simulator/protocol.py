@@ -40,6 +40,8 @@ ERROR_STATUS = {
 
 #: List members whose element is not simply the lower-camel-case key.
 _SET_NAMES = {
+    "Regions": "regionInfo",
+    "Endpoint": "regionEndpoint",
     "ImportImageTasks": "importImageTaskSet",
     "SnapshotDetails": "snapshotDetailSet",
     "Tags": "tagSet",

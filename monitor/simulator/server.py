@@ -137,6 +137,29 @@ class _Region:
         bisect.insort(self.order, (timeline.created_at, timeline.task_id))
 
 
+#: A plausible account's regions: the default ones and one opt-in of each kind.
+DEFAULT_REGIONS = {
+    **dict.fromkeys(
+        (
+            "ap-northeast-1",
+            "ap-south-1",
+            "ap-southeast-2",
+            "ca-central-1",
+            "eu-central-1",
+            "eu-west-1",
+            "eu-west-2",
+            "sa-east-1",
+            "us-east-1",
+            "us-east-2",
+            "us-west-2",
+        ),
+        "opt-in-not-required",
+    ),
+    "eu-south-1": "opted-in",
+    "af-south-1": "not-opted-in",
+}
+
+
 class Simulator:
     """A fake EC2 import service: scenario tasks, faults, and a request log.
 
@@ -170,6 +193,8 @@ class Simulator:
         self.requests: list[RequestRecord] = []
         #: Requests being answered right now, so a test can act mid-request.
         self.in_flight = 0
+        #: What DescribeRegions lists: region -> opt-in status.
+        self.regions: dict[str, str] = dict(DEFAULT_REGIONS)
         self._regions: dict[tuple[str, str], _Region] = {}
         self._dice = FaultDice(seed)
 
@@ -272,6 +297,31 @@ class Simulator:
             caller.fault = "token_loop"
 
         return {"ImportImageTasks": tasks, "NextToken": token}
+
+    def describe_regions(
+        self, caller: Caller, params: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The enabled regions, or every region with ``AllRegions=true``.
+
+        ``RegionNames`` and ``Filters`` are not implemented: the monitor
+        does not send them, and the simulator refuses rather than ignores.
+        """
+        if any(key.startswith(("RegionName", "Filter")) for key in params):
+            raise ApiError(
+                "InvalidParameterValue", "RegionNames and Filters are not simulated"
+            )
+        everything = boolean(params, "AllRegions") or False
+        return {
+            "Regions": [
+                {
+                    "RegionName": name,
+                    "Endpoint": f"ec2.{name}.amazonaws.com",
+                    "OptInStatus": status,
+                }
+                for name, status in sorted(self.regions.items())
+                if everything or status != "not-opted-in"
+            ]
+        }
 
     def import_image(self, caller: Caller, params: Mapping[str, str]) -> dict[str, Any]:
         world = self._world(caller.account, caller.region)
@@ -461,6 +511,7 @@ class Simulator:
     ) -> dict[str, Any]:
         operations: dict[str, Callable[[Caller, Mapping[str, str]], dict[str, Any]]] = {
             "DescribeImportImageTasks": self.describe_import_image_tasks,
+            "DescribeRegions": self.describe_regions,
             "ImportImage": self.import_image,
             "CancelImportTask": self.cancel_import_task,
         }
