@@ -266,8 +266,11 @@ class Daemon:
         finally:
             log.info("monitor_stopping")
             self.notifier.stopping()
-            self._scheduler.shutdown(wait=False)
+            # The asyncio executor cancels running jobs on shutdown: stop new
+            # ticks first and give the poll in flight its grace period.
+            self._scheduler.pause()
             await _finish(self._in_flight)
+            self._scheduler.shutdown(wait=False)
             for task in self._background:
                 task.cancel()
             await runner.cleanup()
@@ -285,6 +288,10 @@ class Daemon:
         try:
             async with self._cycle_lock:
                 await self.monitor.poll_once()
+        except asyncio.CancelledError:
+            # Only shutdown cancels a poll, once its grace period is over and
+            # it has said so; APScheduler would log it again as a crash.
+            return
         except Exception:
             # A bug in one cycle must not end the daemon: the next tick retries.
             log.exception("poll_crashed")
