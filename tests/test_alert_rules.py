@@ -2,7 +2,10 @@
 
 The rules and their promtool tests are YAML in config/prometheus/; these
 tests run promtool on them as a user would, and check that every alert has a
-unit test that sees it fire and a runbook section its link points at.
+unit test that sees it fire and a runbook section its link points at. They
+also hold the unit tests to the HA contract: a task or region alert never
+names an instance, and each is seen as one alert while two instances report
+it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -27,7 +32,20 @@ DEBIAN_PROMTOOL = Path("/usr/bin/promtool")
 #: promtool checks these files in well under a second; a minute means a hang.
 PROMTOOL_TIMEOUT_SECONDS = 60
 
+#: Alerts about one monitor host, which name its ``instance``; every other
+#: alert is one per task or region, whatever the number of instances.
+PER_HOST_ALERTS = frozenset({"Ec2ImportMonitorDown", "Ec2ImportMonitorPollFailing"})
+
+#: Fires when no instance exists at all, so it has no pair to aggregate.
+NO_INSTANCE_ALERTS = frozenset({"Ec2ImportMonitorAbsent"})
+
 ALERT_NAME = re.compile(r"^\s*- alert:\s*(\S+)\s*$", re.MULTILINE)
+TEST_GROUP = re.compile(r"^  - name:", re.MULTILINE)
+EVAL_TIME = re.compile(r"^\s*- eval_time:", re.MULTILINE)
+ALERTNAME = re.compile(r"^\s*alertname:\s*(\S+)\s*$", re.MULTILINE)
+EXP_LABELS = re.compile(r"^\s*- exp_labels:", re.MULTILINE)
+INSTANCE_LABEL = re.compile(r"^\s*instance:", re.MULTILINE)
+INSTANCE_FED = re.compile(r'\binstance="([^"]+)"')
 RUNBOOK_URL = re.compile(r"^\s*runbook_url:\s*(\S+)\s*$", re.MULTILINE)
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.MULTILINE)
 CODE_BLOCK = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
@@ -66,14 +84,36 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def firing_tests(test_text: str) -> set[str]:
-    """Alert names that some ``alert_rule_test`` expects to see firing."""
-    names = set()
-    for case in re.split(r"^\s*- eval_time:", test_text, flags=re.MULTILINE)[1:]:
-        name = re.search(r"^\s*alertname:\s*(\S+)\s*$", case, re.MULTILINE)
-        if name and re.search(r"^\s*- exp_labels:", case, re.MULTILINE):
-            names.add(name.group(1))
-    return names
+class Expectation(NamedTuple):
+    """One ``alert_rule_test`` case, with what its test group feeds in."""
+
+    alert: str
+    fed_instances: frozenset[str]
+    alerts: int
+    names_instance: bool
+
+
+def expectations(test_text: str) -> Iterator[Expectation]:
+    """Every alert_rule_test case of a promtool test file, in order."""
+    for group in TEST_GROUP.split(test_text)[1:]:
+        inputs, _, cases = group.partition("alert_rule_test:")
+        fed = frozenset(INSTANCE_FED.findall(inputs))
+
+        for case in EVAL_TIME.split(cases)[1:]:
+            name = ALERTNAME.search(case)
+            if name is None:
+                continue
+            yield Expectation(
+                alert=name.group(1),
+                fed_instances=fed,
+                alerts=len(EXP_LABELS.findall(case)),
+                names_instance=INSTANCE_LABEL.search(case) is not None,
+            )
+
+
+def all_expectations() -> list[Expectation]:
+    """Every case of every promtool test file in config/prometheus/tests."""
+    return [case for path in RULE_TESTS for case in expectations(path.read_text())]
 
 
 @pytest.mark.promtool
@@ -103,10 +143,42 @@ def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
     """Each alert in the rules file is expected to fire in some promtool test."""
     alerts = set(ALERT_NAME.findall(RULES.read_text()))
 
-    tested = set().union(*(firing_tests(path.read_text()) for path in RULE_TESTS))
+    tested = {case.alert for case in all_expectations() if case.alerts}
 
     assert alerts, "no alerts found in the rules file"
     assert alerts - tested == set()
+
+
+def test_only_the_per_host_alerts_are_expected_with_an_instance() -> None:
+    """A task or region alert is never expected with an ``instance`` label.
+
+    An HA pair reports every task twice; an alert that kept ``instance`` would
+    page twice. The per-host alerts are about one instance and must name it.
+    """
+    cases = all_expectations()
+
+    naming = {case.alert for case in cases if case.names_instance}
+
+    assert naming == PER_HOST_ALERTS
+
+
+def test_every_task_and_region_alert_fires_once_from_two_instances() -> None:
+    """Each aggregated alert has a test fed by two or more instances, one alert.
+
+    That is the HA contract the rules exist for: both instances of a pair
+    report the same task or region, and Alertmanager gets one alert.
+    """
+    alerts = set(ALERT_NAME.findall(RULES.read_text()))
+    aggregated = alerts - PER_HOST_ALERTS - NO_INSTANCE_ALERTS
+
+    once_from_a_pair = {
+        case.alert
+        for case in all_expectations()
+        if len(case.fed_instances) >= 2 and case.alerts == 1
+    }
+
+    assert aggregated, "no task or region alerts found in the rules file"
+    assert aggregated - once_from_a_pair == set()
 
 
 def test_every_runbook_url_points_at_its_alerts_runbook_section() -> None:

@@ -221,7 +221,6 @@ async def test_a_stalled_import_fires_the_alert_until_it_moves_again(
         "alertname": ALERT,
         "severity": "critical",
         "job": JOB,
-        "instance": f"127.0.0.1:{service.port}",
         "account": ACCOUNT,
         "region": REGION,
         "task_id": STALLED,
