@@ -43,6 +43,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 
 from monitor.model import PHASES
 from monitor.sharding import Shard
+from monitor.webconfig import WebConfigSetting
 
 DEFAULT_CONFIG_PATH = Path("/etc/ec2-import-monitor/config.toml")
 
@@ -493,9 +494,15 @@ def _listen(text: str) -> str:
 class MetricsSettings(_Section):
     """Where /metrics, the health checks and the status page are served."""
 
-    # Loopback by default: the page shows account names and task details. The
-    # port is outside 9100-9999, where most exporters already sit.
+    # Loopback by default: the page shows account names and task details, and
+    # nothing asks who is reading until a web_config adds TLS and basic auth;
+    # exposing it takes both settings. The port is outside 9100-9999, where
+    # most exporters already sit.
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8780"
+    # TLS and basic auth, in the exporter-toolkit's format; none: plain HTTP.
+    # The file, certificates and keys are loaded here, so check-config finds
+    # every problem that would stop the server.
+    web_config: WebConfigSetting | None = None
 
     @property
     def host(self) -> str:

@@ -235,6 +235,7 @@ class Daemon:
             build_app(self.monitor.web),
             self.settings.metrics.host,
             self.settings.metrics.port,
+            self.settings.metrics.web_config,
         )
         port = bound_port(runner)
         log.info(

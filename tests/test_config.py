@@ -416,6 +416,7 @@ class TestEnvironment:
         "EC2_IMPORT_MONITOR_STALL_PER_GIB": ("0s", 0.0),
         "EC2_IMPORT_MONITOR_STALL_MAX_AGE": ("1d", 86400.0),
         "EC2_IMPORT_MONITOR_METRICS_LISTEN": ("[::1]:9000", "[::1]:9000"),
+        "EC2_IMPORT_MONITOR_METRICS_WEB_CONFIG": ("", None),
         "EC2_IMPORT_MONITOR_STATE_PATH": ("/tmp/s.db", Path("/tmp/s.db")),
         "EC2_IMPORT_MONITOR_STATE_KEEP_ENDED": ("0s", 0.0),
         "EC2_IMPORT_MONITOR_STATE_KEEP_HISTORY": ("7d", 7 * 86400.0),
