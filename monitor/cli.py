@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from monitor import __version__
 
@@ -37,13 +38,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: sysexits.h EX_USAGE. argparse's own 2 would read as `wait`'s timeout.
+EX_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser, with only the named command's module imported.
 
     Without a command name the parser can only print help or an error, and
     those need no command's arguments: each import costs start-up time.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ec2-import-monitor",
         description="Watch AWS EC2 VM Import tasks and export their progress.",
     )

@@ -403,6 +403,27 @@ class Store:
             raise _explain(self.path, error) from None
 
 
+def read_saved_state(path: Path) -> TrackerState:
+    """The daemon's last saved state, read-only; empty when it cannot be read.
+
+    For commands that look (``once``, ``watch``): the history in it is what
+    ages and ETAs are estimated from, and a missing or busy file is no
+    reason to refuse a look.
+    """
+    if not path.is_file():
+        return TrackerState()
+    try:
+        store = Store.open(path, read_only=True)
+    except StoreError:
+        return TrackerState()
+    try:
+        return store.load()
+    except StoreError:
+        return TrackerState()
+    finally:
+        store.close()
+
+
 class AsyncStore:
     """A :class:`Store` whose every call runs on one dedicated worker thread.
 

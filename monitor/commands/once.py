@@ -46,32 +46,18 @@ def main(args: argparse.Namespace) -> int:
 
 async def _poll(settings: Any) -> TrackerState:
     from monitor.daemon import Monitor
+    from monitor.store import read_saved_state
 
     # A one-off look never writes the daemon's state, but reads it when it
     # can: the history it holds is what an ETA is estimated from.
     monitor = Monitor(settings, persist=False)
-    monitor.state = _saved_state(settings.state.path)
+    monitor.state = read_saved_state(settings.state.path)
     await monitor.start()
     try:
         await monitor.poll_once(report=False)
     finally:
         await monitor.close()
     return monitor.state
-
-
-def _saved_state(path: Path) -> TrackerState:
-    from monitor.store import Store, StoreError
-
-    if not path.exists():
-        return TrackerState()
-    try:
-        store = Store.open(path, read_only=True)
-    except StoreError:
-        return TrackerState()
-    try:
-        return store.load()
-    finally:
-        store.close()
 
 
 def as_json(state: TrackerState) -> dict[str, Any]:
