@@ -46,9 +46,24 @@ def safe(text: object) -> str:
     )
 
 
-def percent(ratio: float | None) -> str:
+def percent(ratio: object) -> str:
     """A 0..1 ratio as a whole percentage; empty when there is none."""
-    return "" if ratio is None else f"{ratio * 100:.0f}%"
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+        return "" if ratio is None else safe(ratio)
+    return f"{ratio * 100:.0f}%"
+
+
+def columns(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain table: left-aligned columns two spaces apart, cells made safe."""
+    cells = [[safe(cell) for cell in row] for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def duration(seconds: float | None) -> str:

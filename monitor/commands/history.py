@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from monitor.commands.status import escape, format_table, percent
+from monitor.commands import add_config_option, add_json_option
+from monitor.terminal import columns, percent, safe
 
 #: Exit status when the store has never heard of the task.
 EX_UNKNOWN_TASK = 3
@@ -40,10 +40,8 @@ _SHOWN = frozenset(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task_id", metavar="TASK_ID", help="an ImportTaskId")
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON, not a table")
+    add_config_option(parser)
+    add_json_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,8 +69,8 @@ def main(args: argparse.Namespace) -> int:
 
     if not places:
         print(
-            f"ec2-import-monitor: task {escape(task_id)} is unknown to the state "
-            f"store {escape(str(settings.state.path))}",
+            f"ec2-import-monitor: task {safe(task_id)} is unknown to the state "
+            f"store {safe(str(settings.state.path))}",
             file=sys.stderr,
         )
         return EX_UNKNOWN_TASK
@@ -83,8 +81,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     where = ", ".join(f"{account}/{region}" for account, region in places)
-    sys.stdout.write(escape(f"{task_id} in {where}") + "\n")
-    sys.stdout.write(format_table(HEADER, [as_row(record) for record in records]))
+    sys.stdout.write(safe(f"{task_id} in {where}") + "\n")
+    sys.stdout.write(columns(HEADER, [as_row(record) for record in records]))
     return 0
 
 

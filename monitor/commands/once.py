@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from monitor.commands import add_config_option, add_json_option
+from monitor.terminal import columns, percent
 from monitor.tracker import TrackerState
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON, not a table")
+    add_config_option(parser)
+    add_json_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -108,7 +107,7 @@ def as_table(state: TrackerState) -> str:
         task = tracked.task
         eta = estimate_eta(tracked, now)
         disks = " ".join(
-            f"{disk.device}:{_percent(disk.progress) or disk.status or '?'}"
+            f"{disk.device}:{percent(disk.progress) or disk.status or '?'}"
             for disk in task.disks
         )
         rows.append(
@@ -118,25 +117,9 @@ def as_table(state: TrackerState) -> str:
                 tracked.region,
                 task.status + (" (stalled)" if tracked.stalled else ""),
                 task.phase or "",
-                _percent(task.progress),
+                percent(task.progress),
                 "" if eta is None else f"{round(eta / 60)}m",
                 disks,
             )
         )
-    widths = [max(len(_clean(row[i])) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            _clean(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
-        ).rstrip()
-        for row in rows
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _percent(progress: float | None) -> str:
-    return "" if progress is None else f"{round(progress * 100)}%"
-
-
-def _clean(text: str) -> str:
-    # Task text comes from whoever started the import: no terminal escapes.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    return columns(header, rows[1:])

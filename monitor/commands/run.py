@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
+
+from monitor.commands import add_config_option
 
 #: sysexits.h EX_CANTCREAT: the state file cannot be used as it is.
 EX_CANTCREAT = 73
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
+    add_config_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from monitor.commands import add_config_option, add_json_option
+from monitor.terminal import columns, percent
 
 if TYPE_CHECKING:
     from monitor.tracker import TrackedTask
@@ -29,10 +30,8 @@ HEADER = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON, not a table")
+    add_config_option(parser)
+    add_json_option(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -57,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         json.dump([as_json(tracked) for tracked in tasks], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(format_table(HEADER, [as_row(t) for t in tasks]))
+        sys.stdout.write(columns(HEADER, [as_row(t) for t in tasks]))
     return 0
 
 
@@ -97,35 +96,3 @@ def as_row(tracked: TrackedTask) -> tuple[str, ...]:
         "yes" if tracked.stalled else "no",
         iso_time(tracked.last_change),
     )
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart, every cell escaped."""
-    cells = [[escape(cell) for cell in row] for row in (header, *rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-        ).rstrip()
-        for row in cells
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def escape(text: str) -> str:
-    """Text safe for a terminal: control characters shown as escapes.
-
-    Task descriptions and failure messages come from whoever started the
-    import; printed raw, an escape sequence in them would drive the terminal.
-    """
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-
-
-def percent(value: object) -> str:
-    """A 0..1 ratio as a whole percentage; empty when there is none."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "" if value is None else str(value)
-    return f"{value * 100:.0f}%"

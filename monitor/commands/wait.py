@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from rich.console import Console
@@ -41,6 +40,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from monitor.commands import add_config_option
 from monitor.events import iso_time
 from monitor.model import COMPLETED, TASK_STATUSES, ImportTask
 from monitor.terminal import (
@@ -92,9 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "task_ids", nargs="+", metavar="TASK_ID", help="import-ami-... task IDs"
     )
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--timeout",
         type=duration_argument,

@@ -19,13 +19,13 @@ import signal
 import sys
 import time
 from collections.abc import Collection
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from monitor.commands import add_config_option
 from monitor.events import iso_time
 from monitor.terminal import (
     duration_argument,
@@ -50,9 +50,7 @@ one plain line per task per poll. Ctrl-C quits (exit status 0).
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = HELP_EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default: the system one, if any)"
-    )
+    add_config_option(parser)
     parser.add_argument(
         "--interval",
         type=duration_argument,
