@@ -124,13 +124,15 @@ class Monitor:
         self.state, events = observe(self.state, polls, now, self.rules)
         self.polls += 1
 
-        # Save, then report: a crash in between loses log lines (the history
-        # table has them) rather than announcing a change twice on restart.
+        # Save, expose, then report. Saving first means a crash loses log
+        # lines (the history table has them) rather than announcing a change
+        # twice on restart; exposing before reporting means whoever reacts to
+        # an event finds it in /metrics already.
         await self._save(events, now)
-        if report:
-            emit(events)
         self.counters.record_events(events)
         await self._refresh_exposition(now)
+        if report:
+            emit(events)
 
         failed = sum(not poll.ok for poll in polls)
         log.debug(
