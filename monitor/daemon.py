@@ -24,7 +24,7 @@ from monitor.config import ConfigError, Settings, load_settings
 from monitor.ec2 import OPERATION, Poller
 from monitor.events import Event, emit
 from monitor.logs import configure_logging
-from monitor.metrics import MonitorCounters, View, render
+from monitor.metrics import MonitorCounters, View, render_both
 from monitor.notify import SystemdNotifier
 from monitor.store import AsyncStore, StoreError
 from monitor.tracker import Rules, TrackerState, observe
@@ -199,7 +199,8 @@ class Monitor:
         view = View(self.state, self.clock() if now is None else now, self.rules)
         # Rendering tens of thousands of series takes long enough to delay
         # scrapes and timers, so it runs in a worker thread.
-        self.web.exposition = await asyncio.to_thread(render, view, self.counters)
+        text, gzipped = await asyncio.to_thread(render_both, view, self.counters)
+        self.web.exposition, self.web.exposition_gzip = text, gzipped
         self.web.tracker = view.state
         self.web.now = view.now
 

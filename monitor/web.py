@@ -27,7 +27,10 @@ import bcrypt
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from prometheus_client import CONTENT_TYPE_LATEST
+
+# The classic text format, which every Prometheus understands; the client
+# library's "latest" names a 1.0.0 text format older servers do not know.
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from monitor.status_page import render_status_page
 from monitor.tracker import TrackerState
@@ -52,15 +55,33 @@ class WebState:
     """What the handlers serve; the daemon replaces the fields after each poll."""
 
     exposition: bytes = b""
+    #: The same exposition gzipped, for scrapers that accept it (Prometheus
+    #: does): a tenth of the bytes, and of the memory each connection holds.
+    exposition_gzip: bytes = b""
     tracker: TrackerState = field(default_factory=TrackerState)
     now: float = 0.0
     ready: Callable[[], bool] = lambda: False
 
 
 def build_app(state: WebState) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if state.exposition_gzip and "gzip" in request.headers.get(
+            "Accept-Encoding", ""
+        ):
+            return web.Response(
+                body=state.exposition_gzip,
+                headers={
+                    "Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
+                    "Content-Encoding": "gzip",
+                    "Vary": "Accept-Encoding",
+                },
+            )
         return web.Response(
-            body=state.exposition, headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=state.exposition,
+            headers={
+                "Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
+                "Vary": "Accept-Encoding",
+            },
         )
 
     async def healthz(_: web.Request) -> web.Response:
