@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago.
+
+    Another process could take it before the test binds it; the test then
+    fails with a bind error rather than passing wrongly.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def require_tool(name: str, path: str | None = None) -> str:

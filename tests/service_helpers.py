@@ -31,6 +31,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.simulator import Endpoint, Simulator
+from tests.conftest import free_port
 from tests.e2e import ACCESS_KEY
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -94,14 +95,6 @@ class Feed(Generic[T]):
     def recent(self, count: int = 30) -> str:
         """The last items, one a line, for failure notes."""
         return "\n".join(self._describe(item) for item in self.items[-count:])
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def daemon_environment() -> dict[str, str]:

@@ -19,14 +19,13 @@ import aiohttp
 import pytest
 
 from monitor.simulator import DiskSpec, Simulator, TaskSpec, TimelineBuilder, serve
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 from tests.service_helpers import (
     ACCOUNT,
     REPOSITORY,
     WAIT,
     Service,
     fetch,
-    free_port,
     poll_until,
 )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,17 +13,11 @@ import pytest
 from monitor.config import Target
 from monitor.credentials import session_for
 from monitor.simulator import Simulator, serve
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 from tests.e2e import ACCESS_KEY, use_test_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/ImportWatcher"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -28,7 +27,7 @@ from monitor.simulator import DiskSpec, Simulator, TaskSpec, TimelineBuilder
 from monitor.simulator import serve as serve_simulator
 from monitor.tracker import RegionKey, Rules, TrackerState
 from monitor.web import bound_port, build_app, start_server
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 from tests.e2e import ACCESS_KEY, REGIONS, settings_for, use_test_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,15 +361,3 @@ async def scraping(
         except TimeoutError:
             process.kill()
             await process.wait()
-
-
-def free_port() -> int:
-    """A loopback port free right now.
-
-    Prometheus binds it a moment later; another process could take it in
-    between, which would fail this test with a bind error in the log.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

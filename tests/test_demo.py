@@ -5,16 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.conftest import free_port
 
 
 async def test_demo_streams_events_and_serves_task_and_disk_metrics() -> None:

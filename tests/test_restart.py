@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from monitor.simulator import Simulator, serve
 from monitor.store import Store
+from tests.conftest import free_port
 from tests.e2e import ACCESS_KEY, T0
 
 #: A poll every 15 simulated minutes: three hours of the mixed scenario.
@@ -35,12 +35,6 @@ CLOCK_FIELDS = {
     "tracked_for_seconds",
     "failed_for_seconds",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(directory: Path, endpoint: str) -> Path:

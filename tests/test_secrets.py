@@ -25,11 +25,11 @@ from monitor.model import ImportTask
 from monitor.simulator import Simulator, serve
 from monitor.status_page import render_status_page
 from monitor.tracker import RegionKey, RegionPoll, Rules, TrackerState, observe
+from tests.conftest import free_port
 from tests.service_helpers import (
     WAIT,
     daemon_environment,
     fetch,
-    free_port,
     poll_until,
     run_daemon,
     samples,

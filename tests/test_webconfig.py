@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from monitor.web import (
     start_server,
 )
 from monitor.webconfig import GO_CIPHER_SUITES, WebConfigError, load_web_config
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 from tests.e2e import use_test_credentials
 
 OPENSSL = "/usr/bin/openssl"
@@ -736,15 +735,6 @@ class TestDaemon:
         assert anonymous.status == 401
         assert ops.status == 200
         assert "ec2_import_monitor_build_info" in ops.body
-
-
-def free_port() -> int:
-    """A loopback port free right now; taken by another process in between,
-    the test fails with a bind error rather than passing wrongly."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 class TestPrometheus:
