@@ -122,7 +122,6 @@ class Monitor:
         # Track: pure, with the clock read once for the whole cycle.
         now = self.clock()
         self.state, events = observe(self.state, polls, now, self.rules)
-        self.polls += 1
 
         # Save, expose, then report. Saving first means a crash loses log
         # lines (the history table has them) rather than announcing a change
@@ -131,6 +130,9 @@ class Monitor:
         await self._save(events, now)
         self.counters.record_events(events)
         await self._refresh_exposition(now)
+        # Only now is the poll visible everywhere, so only now does it count
+        # for /readyz: a scraper that waits for readiness finds the tasks.
+        self.polls += 1
         if report:
             emit(events)
 
