@@ -41,6 +41,9 @@ log = structlog.get_logger(__name__)
 #: Paths served without basic auth: liveness only, which reveals nothing.
 OPEN_PATHS = frozenset({"/healthz"})
 
+#: Slice of an uncompressed /metrics body written before waiting to drain.
+CHUNK_BYTES = 1 << 20
+
 #: How long a verified (user, password) pair is trusted without bcrypt again.
 #: Two minutes spans two scrapes at Prometheus's default 1m interval, so a
 #: steady scrape load costs one bcrypt check per credential every two minutes.
@@ -64,7 +67,7 @@ class WebState:
 
 
 def build_app(state: WebState) -> web.Application:
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         if state.exposition_gzip and "gzip" in request.headers.get(
             "Accept-Encoding", ""
         ):
@@ -76,13 +79,22 @@ def build_app(state: WebState) -> web.Application:
                     "Vary": "Accept-Encoding",
                 },
             )
-        return web.Response(
-            body=state.exposition,
+        # Uncompressed, the exposition can be tens of MiB: written whole, each
+        # slow reader would hold its own copy in the transport's buffer.
+        # Chunks that wait for the socket to drain keep one copy in memory.
+        response = web.StreamResponse(
             headers={
                 "Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
                 "Vary": "Accept-Encoding",
-            },
+            }
         )
+        body = memoryview(state.exposition)
+        response.content_length = len(body)
+        await response.prepare(request)
+        for start in range(0, len(body), CHUNK_BYTES):
+            await response.write(body[start : start + CHUNK_BYTES])
+        await response.write_eof()
+        return response
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

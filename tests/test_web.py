@@ -50,3 +50,25 @@ async def test_metrics_are_plain_text_otherwise(base_url: str) -> None:
     assert "Content-Encoding" not in reply.headers
     assert body == TEXT
     assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+async def test_a_large_uncompressed_exposition_arrives_whole() -> None:
+    """Bodies bigger than a write chunk are streamed, byte for byte."""
+    big = b"".join(
+        b'ec2_import_task_progress_ratio{task_id="import-ami-%08d"} 0.5\n' % n
+        for n in range(60_000)
+    )
+    state = WebState(exposition=big, ready=lambda: True)
+    runner = await start_server(build_app(state), "127.0.0.1", 0)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{bound_port(runner)}/metrics") as reply,
+        ):
+            body = await reply.read()
+    finally:
+        await runner.cleanup()
+
+    assert len(big) > 3 * 2**20
+    assert int(reply.headers["Content-Length"]) == len(big)
+    assert body == big
