@@ -33,7 +33,6 @@ TASK_LABELS = ("account", "region", "task_id")
 DISK_LABELS = (*TASK_LABELS, "device")
 REGION_LABELS = ("account", "region")
 OUTCOMES = ("success", "throttled", "client_error", "server_error", "network_error")
-DISK_STATUSES = ("active", "completed", "deleting", "deleted")
 OTHER_PHASE = "other"
 
 
@@ -262,7 +261,10 @@ def _task_families(view: View) -> Iterator[Metric]:
                 disk_size.add_metric(disk_labels, disk.size_bytes)
             if disk.progress is not None:
                 disk_progress.add_metric(disk_labels, disk.progress)
-            disk_status.add(disk_labels, DISK_STATUSES, disk.status)
+            # Like the phase, only the current status: three disks of four
+            # states each would triple the task's own series.
+            if disk.status is not None:
+                disk_status.add(disk_labels, (disk.status,), disk.status)
             disk_info.add_metric(
                 disk_labels,
                 {
