@@ -8,7 +8,11 @@ import json
 import sys
 from typing import Any
 
-from monitor.commands import add_config_option, add_json_option
+from monitor.commands import (
+    add_config_option,
+    add_json_option,
+    tune_garbage_collector,
+)
 from monitor.terminal import columns, percent
 from monitor.tracker import TrackerState
 
@@ -25,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_or_exit(args.config)
     # Only problems go to stderr; stdout carries the table or JSON alone.
     configure_logging("warning", settings.log.format, stream=sys.stderr)
+    tune_garbage_collector()
     state = asyncio.run(_poll(settings))
 
     if args.json:

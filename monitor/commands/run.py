@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from monitor.commands import add_config_option
+from monitor.commands import add_config_option, tune_garbage_collector
 
 #: sysexits.h EX_CANTCREAT: the state file cannot be used as it is.
 EX_CANTCREAT = 73
@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = load_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
+    tune_garbage_collector()
     try:
         return asyncio.run(serve(settings, config_path=args.config))
     except StoreError as error:
