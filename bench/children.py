@@ -68,7 +68,12 @@ def run_child(
     sim: SimulatorProcess,
     timeout: float = CHILD_TIMEOUT,
 ) -> Sample:
-    """Run ``argv`` to the end and measure it; stdout is kept, stderr shown."""
+    """Run ``argv`` to the end and measure it; stdout is kept, stderr shown.
+
+    The child runs in the simulator's work directory: ``python -m`` puts
+    the working directory first on the import path, and the repository's
+    own directory would shadow the monitor tree chosen with PYTHONPATH.
+    """
     requests_before = sim.requests()
     server_before = sim.cpu_seconds()
 
@@ -86,7 +91,12 @@ def run_child(
         # A session of its own, so a timeout can end the client under GNU
         # time (and a shell loop's children) with the group, and nothing else.
         process = subprocess.Popen(
-            command, env=dict(env), stdout=out, stderr=err, start_new_session=True
+            command,
+            env=dict(env),
+            cwd=sim.workdir,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
         )
         killer = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
         killer.start()

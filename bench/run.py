@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -574,6 +575,21 @@ def describe_snapshot() -> str:
     return f"a copy of monitor/ taken at the start, commit {commit} ({state})"
 
 
+def check_import(tree: Path, workdir: Path) -> None:
+    """Fail unless a child process imports the monitor from ``tree``."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import monitor; print(monitor.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = Path(probe.stdout.strip()).resolve()
+    if not found.is_relative_to(tree.resolve()):
+        raise SystemExit(f"bench: children import {found}, not the tree in {tree}")
+
+
 @contextmanager
 def workspace() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="ec2-import-bench-") as name:
@@ -649,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tree = snapshot(workdir)
             about["monitor"] = describe_snapshot()
+        check_import(tree, workdir)
         run = Run(plan, workdir, only, tree)
         try:
             if "grid" in only:

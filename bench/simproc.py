@@ -95,6 +95,7 @@ class SimulatorProcess:
     ) -> None:
         self.tasks = tasks
         self.latency = latency
+        self.workdir = workdir
         self.monitor_path = monitor_path
         self.log_path = workdir / f"simulator-{tasks}-{latency:g}.log"
         self.url = ""
@@ -141,8 +142,14 @@ class SimulatorProcess:
         if self.monitor_path is not None:
             env["PYTHONPATH"] = str(self.monitor_path)
         with self.log_path.open("wb") as log_file:
+            # Run from the work directory, so that `-m monitor` imports the
+            # tree on PYTHONPATH rather than the one in the current directory.
             self._process = subprocess.Popen(
-                argv, env=env, stdout=log_file, stderr=subprocess.STDOUT
+                argv,
+                env=env,
+                cwd=self.workdir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
 
         # The command prints its URL once it listens; port 0 picks a free one.
