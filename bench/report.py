@@ -111,9 +111,17 @@ def grid_point_text(point: GridPoint) -> str:
     """One grid point: the one-pass processes, then the steady state."""
     once = point.find("monitor once")
     poll = point.find("monitor poll")
+    seen = {result.tasks for result in (*point.cold, *point.steady)}
+    warning = (
+        "**The clients did not all see the same tasks: these figures are not "
+        f"comparable ({sorted(seen)}).**"
+        if len(seen) > 1
+        else "Every client saw the same tasks."
+    )
     return "\n\n".join(
         [
             f"### {point.title}",
+            warning,
             "One pass, each client a fresh process (median of the repeats):",
             table(RESULT_HEADER, result_rows(point.cold, once)),
             "Steady state, in-process: the daemon's polls after the first "
