@@ -217,7 +217,6 @@ def _task_families(view: View) -> Iterator[Metric]:
             continue
         task = tracked.task
         labels = list(key)
-        counts[(key.account, key.region, task.status)] += 0
         counts[(key.account, key.region, task.status)] += 1
 
         if task.progress is not None:

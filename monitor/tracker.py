@@ -228,7 +228,7 @@ def _apply_poll(
     rules: Rules,
     out: list[Event],
 ) -> None:
-    seen = _deduplicate((*poll.active, *poll.resolved))
+    seen = deduplicate((*poll.active, *poll.resolved))
 
     for task in seen.values():
         key = TaskKey(poll.account, poll.region, task.task_id)
@@ -265,7 +265,7 @@ def _apply_poll(
         )
 
 
-def _deduplicate(tasks: Iterable[ImportTask]) -> dict[str, ImportTask]:
+def deduplicate(tasks: Iterable[ImportTask]) -> dict[str, ImportTask]:
     """One entry per task ID; of duplicates, the one furthest along wins.
 
     Pages are read at different moments, so one task can show up twice in

@@ -24,7 +24,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -42,7 +42,7 @@ from rich.text import Text
 
 from monitor.commands import add_config_option
 from monitor.events import iso_time
-from monitor.model import COMPLETED, TASK_STATUSES, ImportTask
+from monitor.model import COMPLETED, ImportTask
 from monitor.terminal import (
     disks_text,
     duration,
@@ -51,7 +51,7 @@ from monitor.terminal import (
     safe,
     state_text,
 )
-from monitor.tracker import RegionKey, RegionPoll
+from monitor.tracker import RegionKey, RegionPoll, deduplicate
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -269,7 +269,7 @@ class Waiter:
             self._apply_listing(poll)
 
     def _apply_listing(self, poll: RegionPoll) -> None:
-        listed = _furthest((*poll.active, *poll.resolved))
+        listed = deduplicate((*poll.active, *poll.resolved))
 
         for watched in self.tasks.values():
             if watched.ended or watched.where not in (None, poll.key):
@@ -473,21 +473,6 @@ def _explain(outcome: Outcome, timeout: float) -> None:
     if outcome.silent:
         regions = ", ".join(_where(key) for key in outcome.silent)
         _error(f"never answered: {regions}")
-
-
-def _furthest(tasks: Iterable[ImportTask]) -> Mapping[str, ImportTask]:
-    """One entry per ID; of duplicates across pages, the one furthest along."""
-    chosen: dict[str, ImportTask] = {}
-    for task in tasks:
-        current = chosen.get(task.task_id)
-        if current is None or _rank(task) >= _rank(current):
-            chosen[task.task_id] = task
-    return chosen
-
-
-def _rank(task: ImportTask) -> tuple[int, float]:
-    status = TASK_STATUSES.index(task.status) if task.status in TASK_STATUSES else -1
-    return status, task.progress or 0.0
 
 
 def _where(key: RegionKey | None) -> str:
